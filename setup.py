@@ -19,6 +19,8 @@ setup(
         "tf-keras>=2.16,<2.17",
         "larq>=0.14,<0.15",
         "larq-zoo>=2.4,<2.5",
+        # larq-zoo's zookeeper calls typeguard 2's check_type; typeguard 3+ breaks it.
+        "typeguard>=2.13,<3",
         "larq-compute-engine>=0.16,<0.17",
         "tensorflow-datasets>=4.9,<4.10",
         "absl-py>=1.0",

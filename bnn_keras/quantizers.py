@@ -240,17 +240,24 @@ def set_kernel_binarization(model: tf.keras.Model, binarize: bool) -> int:
     Raises:
         ValueError: the model has no switchable kernel quantizer.
     """
-    quantizers = switchable_quantizers(model)
-    if not quantizers:
+    layers = [
+        layer
+        for layer in _flatten_layers(model)
+        if isinstance(getattr(layer, "kernel_quantizer", None), SwitchableQuantizer)
+    ]
+    if not layers:
         raise ValueError(
             f"Model {model.name!r} has no layer with a `SwitchableQuantizer` kernel "
             "quantizer, so kernel binarization cannot be switched. Build it with "
             "`stage=1` (bnn_keras models), or give your binary layers "
             "`kernel_quantizer=SwitchableQuantizer('scaled_sign', binarize=False)`."
         )
-    for quantizer in quantizers:
-        quantizer.set_binarize(binarize)
-    return len(quantizers)
+    for layer in layers:
+        layer.kernel_quantizer.set_binarize(binarize)
+        # Larq's QuantizedVariable caches its precision; keep `summary` truthful.
+        if hasattr(getattr(layer, "kernel", None), "precision"):
+            layer.kernel.precision = layer.kernel_quantizer.precision
+    return len(layers)
 
 
 def _flatten_layers(model):
