@@ -33,6 +33,9 @@ class TrainConfig:
         stage: "1" (binary activations, real weights), "2" (both binary) or "all".
         model: a name of `bnn_keras.models.names()`.
         width_multiplier: for bnn_keras's own models (ReActNet-A, ReActNet-18).
+        bn_momentum: BatchNormalization momentum of those models. The official
+            code's is 0.9 (PyTorch's 0.1); with few steps per epoch, as in the
+            quickstart, 0.99 averages the moving statistics over more batches.
         dataset: a name of `bnn_keras.data.names()` or `folder:/path`.
         data_dir: where tensorflow-datasets data lives.
         image_size: image side for folders and ImageNet (0: the dataset's default).
@@ -59,13 +62,14 @@ class TrainConfig:
     stage: str = "all"
     model: str = "reactnet_a"
     width_multiplier: float = 0.25
+    bn_momentum: float = 0.99
     dataset: str = "mnist_5k"
     data_dir: str = ""
     image_size: int = 0
     model_dir: str = "runs/quickstart"
-    epochs: int = 8
+    epochs: int = 12
     batch_size: int = 64
-    learning_rate: float = 2e-3
+    learning_rate: float = 5e-3
     lr_batch_size: int = 0
     optimizer: str = "adam"
     weight_decay: float = 5e-6
@@ -118,6 +122,10 @@ class TrainConfig:
             raise ValueError(
                 "`width_multiplier` must be positive; "
                 f"received: width_multiplier={self.width_multiplier!r}"
+            )
+        if not 0.0 <= self.bn_momentum < 1.0:
+            raise ValueError(
+                f"`bn_momentum` must be in [0, 1); received: bn_momentum={self.bn_momentum!r}"
             )
         if not self.model_dir:
             raise ValueError("`model_dir` must be a directory path; received: model_dir=''")

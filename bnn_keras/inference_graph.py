@@ -30,6 +30,7 @@ import tensorflow as tf
 from bnn_keras.models.common import quiet_constraint_warning
 from bnn_keras.quantizers import SwitchableQuantizer
 from bnn_keras.tflite_inspect import FlatbufferSummary
+from bnn_keras.utils import flat_layers
 
 __all__ = [
     "binary_conv_layers",
@@ -43,14 +44,6 @@ _FLOAT_CONVS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
 _SIGN_PROBE = np.array([-2.0, -0.5, -1e-3, 1e-3, 0.5, 2.0], dtype="float32")
 
 
-def _flat_layers(model: tf.keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.Model):
-            yield from _flat_layers(layer)
-        else:
-            yield layer
-
-
 def _is_binary(quantizer) -> bool:
     return getattr(quantizer, "precision", None) == 1
 
@@ -62,7 +55,7 @@ def binary_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
     """
     return [
         layer
-        for layer in _flat_layers(model)
+        for layer in flat_layers(model)
         if _is_binary(getattr(layer, "input_quantizer", None))
         or _is_binary(getattr(layer, "kernel_quantizer", None))
     ]
@@ -138,7 +131,7 @@ def inference_model(
     """
     switchable = [
         layer
-        for layer in _flat_layers(model)
+        for layer in flat_layers(model)
         if isinstance(getattr(layer, "kernel_quantizer", None), SwitchableQuantizer)
     ]
     if not switchable:

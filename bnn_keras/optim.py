@@ -31,6 +31,8 @@ from collections.abc import Iterable
 
 import tensorflow as tf
 
+from bnn_keras.utils import flat_layers
+
 __all__ = [
     "KernelDecay",
     "KernelDecayAdam",
@@ -64,7 +66,7 @@ def conv_kernels(model: tf.keras.Model) -> list[tf.Variable]:
     >>> [v.name for v in conv_kernels(tf.keras.Model(inputs, x))]
     ['stem/kernel:0', 'bconv/kernel:0']
     """
-    return [layer.kernel for layer in _flat_layers(model) if _is_conv2d(layer)]
+    return [layer.kernel for layer in flat_layers(model) if _is_conv2d(layer)]
 
 
 def _is_conv2d(layer) -> bool:
@@ -72,14 +74,6 @@ def _is_conv2d(layer) -> bool:
         isinstance(layer, tf.keras.layers.Conv2D)
         and getattr(layer, "kernel", None) is not None
     )
-
-
-def _flat_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.Model):
-            yield from _flat_layers(layer)
-        else:
-            yield layer
 
 
 def _latent(variable):

@@ -35,6 +35,8 @@ import logging
 import larq as lq
 import tensorflow as tf
 
+from bnn_keras.utils import flat_layers
+
 __all__ = [
     "ScaledSign",
     "SwitchableQuantizer",
@@ -220,7 +222,7 @@ def switchable_quantizers(model: tf.keras.Model) -> list[SwitchableQuantizer]:
     Nested models are searched too. The list is in layer order.
     """
     found = []
-    for layer in _flatten_layers(model):
+    for layer in flat_layers(model):
         quantizer = getattr(layer, "kernel_quantizer", None)
         if isinstance(quantizer, SwitchableQuantizer):
             found.append(quantizer)
@@ -242,7 +244,7 @@ def set_kernel_binarization(model: tf.keras.Model, binarize: bool) -> int:
     """
     layers = [
         layer
-        for layer in _flatten_layers(model)
+        for layer in flat_layers(model)
         if isinstance(getattr(layer, "kernel_quantizer", None), SwitchableQuantizer)
     ]
     if not layers:
@@ -258,11 +260,3 @@ def set_kernel_binarization(model: tf.keras.Model, binarize: bool) -> int:
         if hasattr(getattr(layer, "kernel", None), "precision"):
             layer.kernel.precision = layer.kernel_quantizer.precision
     return len(layers)
-
-
-def _flatten_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.Model):
-            yield from _flatten_layers(layer)
-        else:
-            yield layer

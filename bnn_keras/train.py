@@ -30,6 +30,8 @@ _DEFAULTS = TrainConfig()
 flags.DEFINE_enum("stage", _DEFAULTS.stage, list(STAGE_CHOICES), "Stage to train: 1, 2 or all.")
 flags.DEFINE_string("model", _DEFAULTS.model, "Model name (bnn_keras.models.names()).")
 flags.DEFINE_float("width_multiplier", _DEFAULTS.width_multiplier, "Width of ReActNet models.")
+flags.DEFINE_float("bn_momentum", _DEFAULTS.bn_momentum,
+                   "BatchNormalization momentum of ReActNet models (official code: 0.9).")
 flags.DEFINE_string("dataset", _DEFAULTS.dataset, "Dataset: mnist_5k, a tfds name, or folder:PATH.")
 flags.DEFINE_string("data_dir", _DEFAULTS.data_dir, "tensorflow-datasets data directory.")
 flags.DEFINE_integer(

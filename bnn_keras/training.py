@@ -85,6 +85,7 @@ def _model_kwargs(config: TrainConfig, info: data.DatasetInfo) -> dict:
     kwargs = dict(input_shape=tuple(info.input_shape), num_classes=info.num_classes)
     if config.model in OWN_MODELS:
         kwargs["width_multiplier"] = config.width_multiplier
+        kwargs["bn_momentum"] = config.bn_momentum
     return kwargs
 
 

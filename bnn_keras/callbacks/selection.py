@@ -25,6 +25,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from bnn_keras.quantizers import SwitchableQuantizer
+from bnn_keras.utils import flat_layers
 
 __all__ = [
     "binary_layers",
@@ -35,17 +36,6 @@ __all__ = [
     "require_binary_layers",
     "sign_input_layers",
 ]
-
-
-def flat_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
-    """The layers of `model` in order, the layers of nested models in place."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.Model):
-            found.extend(flat_layers(layer))
-        else:
-            found.append(layer)
-    return found
 
 
 def _is_binary_quantizer(quantizer) -> bool:

@@ -110,10 +110,18 @@ def make_input(input_shape, input_tensor):
     return input_tensor
 
 
-def batch_norm(name: str) -> tf.keras.layers.BatchNormalization:
-    return tf.keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
-    )
+def batch_norm(name: str, momentum: float = BN_MOMENTUM) -> tf.keras.layers.BatchNormalization:
+    return tf.keras.layers.BatchNormalization(momentum=momentum, epsilon=BN_EPSILON, name=name)
+
+
+def check_bn_momentum(bn_momentum) -> float:
+    if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not (
+        0.0 <= bn_momentum < 1.0
+    ):
+        raise ValueError(
+            f"`bn_momentum` must be a number in [0, 1); received: bn_momentum={bn_momentum!r}"
+        )
+    return float(bn_momentum)
 
 
 def binary_conv(

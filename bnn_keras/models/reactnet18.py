@@ -19,14 +19,17 @@ STAGE_WIDTHS = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = 4
 
 
-def reactnet18_block(x, *, in_channels, out_channels, stride, stage, kernel_initializer, name):
+def reactnet18_block(
+    x, *, in_channels, out_channels, stride, stage, kernel_initializer, name,
+    bn_momentum=common.BN_MOMENTUM,
+):
     """RSign -> binary 3x3 conv -> BN -> + shortcut -> RPReLU."""
     y = LearnableBias(name=f"{name}_rsign")(x)
     y = common.binary_conv(
         out_channels, 3, strides=stride, stage=stage,
         kernel_initializer=kernel_initializer, name=f"{name}_conv3x3",
     )(y)
-    y = common.batch_norm(f"{name}_bn")(y)
+    y = common.batch_norm(f"{name}_bn", bn_momentum)(y)
     shortcut = x
     if stride != 1 or in_channels != out_channels:
         if stride != 1:
@@ -37,7 +40,7 @@ def reactnet18_block(x, *, in_channels, out_channels, stride, stage, kernel_init
             out_channels, 1, use_bias=False, kernel_initializer=kernel_initializer,
             name=f"{name}_down_conv",
         )(shortcut)
-        shortcut = common.batch_norm(f"{name}_down_bn")(shortcut)
+        shortcut = common.batch_norm(f"{name}_down_bn", bn_momentum)(shortcut)
     y = tf.keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return RPReLU(name=f"{name}_rprelu")(y)
 
@@ -52,6 +55,7 @@ def ReActNet18(
     input_tensor=None,
     kernel_initializer="glorot_uniform",
     classifier_activation="softmax",
+    bn_momentum: float = common.BN_MOMENTUM,
     name: str = "reactnet18",
 ) -> tf.keras.Model:
     """Builds ReActNet-18.
@@ -81,6 +85,7 @@ def ReActNet18(
         stage=stage, width_multiplier=width_multiplier,
         total_stride_small=8, total_stride_large=32,
     )
+    bn_momentum = common.check_bn_momentum(bn_momentum)
     base = common.scaled_width(STAGE_WIDTHS[0], width_multiplier)
     inputs = common.make_input(shape, input_tensor)
 
@@ -90,13 +95,13 @@ def ReActNet18(
                 base, 3, padding="same", use_bias=False,
                 kernel_initializer=kernel_initializer, name="stem_conv",
             )(inputs)
-            x = common.batch_norm("stem_bn")(x)
+            x = common.batch_norm("stem_bn", bn_momentum)(x)
         else:
             x = tf.keras.layers.Conv2D(
                 base, 7, strides=2, padding="same", use_bias=False,
                 kernel_initializer=kernel_initializer, name="stem_conv",
             )(inputs)
-            x = common.batch_norm("stem_bn")(x)
+            x = common.batch_norm("stem_bn", bn_momentum)(x)
             x = tf.keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
 
         in_channels = base
@@ -109,6 +114,7 @@ def ReActNet18(
                 x = reactnet18_block(
                     x, in_channels=in_channels, out_channels=out_channels, stride=stride,
                     stage=stage, kernel_initializer=kernel_initializer, name=f"block{block}",
+                    bn_momentum=bn_momentum,
                 )
                 in_channels = out_channels
 

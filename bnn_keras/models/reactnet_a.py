@@ -21,7 +21,10 @@ REACTNET_A_WIDTHS = (64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024,
 STEM_WIDTH = 32
 
 
-def reactnet_a_block(x, *, in_channels, out_channels, stride, stage, kernel_initializer, name):
+def reactnet_a_block(
+    x, *, in_channels, out_channels, stride, stage, kernel_initializer, name,
+    bn_momentum=common.BN_MOMENTUM,
+):
     """One ReActNet-A block: a binary 3x3 conv and a binary 1x1 conv, each residual.
 
     Where the width doubles, the 1x1 part is two binary 1x1 convs, each with its
@@ -33,7 +36,7 @@ def reactnet_a_block(x, *, in_channels, out_channels, stride, stage, kernel_init
         in_channels, 3, strides=stride, stage=stage,
         kernel_initializer=kernel_initializer, name=f"{name}_conv3x3",
     )(y)
-    y = common.batch_norm(f"{name}_bn1")(y)
+    y = common.batch_norm(f"{name}_bn1", bn_momentum)(y)
     if stride == 2:
         shortcut = tf.keras.layers.AveragePooling2D(
             2, strides=2, padding="same", name=f"{name}_pool"
@@ -57,7 +60,7 @@ def reactnet_a_block(x, *, in_channels, out_channels, stride, stage, kernel_init
             filters, 1, stage=stage, kernel_initializer=kernel_initializer,
             name=f"{name}_conv1x1{suffix}",
         )(z)
-        p = common.batch_norm(f"{name}_bn2{suffix}")(p)
+        p = common.batch_norm(f"{name}_bn2{suffix}", bn_momentum)(p)
         outs.append(tf.keras.layers.Add(name=f"{name}_add2{suffix}")([y, p]))
     z = outs[0] if len(outs) == 1 else tf.keras.layers.Concatenate(name=f"{name}_concat")(outs)
     return RPReLU(name=f"{name}_rprelu2")(z)
@@ -73,6 +76,7 @@ def ReActNetA(
     input_tensor=None,
     kernel_initializer="glorot_uniform",
     classifier_activation="softmax",
+    bn_momentum: float = common.BN_MOMENTUM,
     name: str = "reactnet_a",
 ) -> tf.keras.Model:
     """Builds ReActNet-A.
@@ -101,6 +105,8 @@ def ReActNetA(
         input_tensor: optional Keras tensor to use as the input.
         kernel_initializer: initializer of every conv kernel.
         classifier_activation: activation of the head; `None` returns logits.
+        bn_momentum: momentum of every BatchNormalization's moving statistics
+            (0.9 = PyTorch's 0.1, as the official code).
         name: the model's name.
 
     Returns:
@@ -115,6 +121,7 @@ def ReActNetA(
         stage=stage, width_multiplier=width_multiplier,
         total_stride_small=16, total_stride_large=32,
     )
+    bn_momentum = common.check_bn_momentum(bn_momentum)
     base = common.scaled_width(STEM_WIDTH, width_multiplier)
     scale = base / STEM_WIDTH
     inputs = common.make_input(shape, input_tensor)
@@ -125,7 +132,7 @@ def ReActNetA(
             padding="same", use_bias=False, kernel_initializer=kernel_initializer,
             name="stem_conv",
         )(inputs)
-        x = common.batch_norm("stem_bn")(x)
+        x = common.batch_norm("stem_bn", bn_momentum)(x)
 
         in_channels = base
         for i, width in enumerate(REACTNET_A_WIDTHS, start=1):
@@ -134,6 +141,7 @@ def ReActNetA(
             x = reactnet_a_block(
                 x, in_channels=in_channels, out_channels=out_channels, stride=stride,
                 stage=stage, kernel_initializer=kernel_initializer, name=f"block{i}",
+                bn_momentum=bn_momentum,
             )
             in_channels = out_channels
 
