@@ -34,7 +34,7 @@ setup(
         "matplotlib>=3.5",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2"],
+        "test": ["pytest>=7", "pytest-xdist>=3"],
     },
     entry_points={
         "console_scripts": [

@@ -273,6 +273,17 @@ class _Clock:
         self._start = now
 
 
+def _keep_csv_rows_before(csv_path: str, epoch: int) -> None:
+    """Drops CSV rows of epochs >= `epoch`: they are about to be trained again."""
+    if not os.path.exists(csv_path):
+        return
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        lines = f.read().splitlines(keepends=True)
+    kept = lines[:1] + [l for l in lines[1:] if int(l.split(",", 1)[0]) < epoch]
+    if len(kept) != len(lines):
+        _atomic_write(csv_path, "".join(kept).encode())
+
+
 def _epoch_means(csv_path: str, key: str) -> list[float]:
     if not os.path.exists(csv_path):
         return []
@@ -340,16 +351,15 @@ def _train_stage(config, stage_no, strategy, info, init_weights, teacher, chief)
     initial_epoch = int(epoch.numpy())
 
     os.makedirs(stage.dir, exist_ok=True)
-    cbs = [
-        ff,
-        c2i,
-        _EpochCheckpoint(manager, epoch, clock),
-    ]
+    cbs = [ff, c2i]
     if chief:
+        _keep_csv_rows_before(stage.metrics, initial_epoch)
         cbs += [
             tf.keras.callbacks.CSVLogger(stage.metrics, append=initial_epoch > 0),
             tf.keras.callbacks.TensorBoard(stage.tensorboard),
         ]
+    # Last, so that an epoch's CSV row exists whenever its checkpoint does.
+    cbs.append(_EpochCheckpoint(manager, epoch, clock))
     if initial_epoch < config.epochs:
         log.info(
             "Stage %d: %s on %s, epochs %d-%d, %d steps of %d, writing to %s",

@@ -91,17 +91,24 @@ class TestRun:
         assert list(results) == [2]
 
 
-class TestDistributionAndDistillation:
-    def test_mirrored_over_two_cpus_with_a_teacher(self, tmp_path):
+    def test_run_directory_of_another_recipe(self, finished_run):
+        config, _ = finished_run
+        before = snapshot(config.model_dir)
+        other = TrainConfig(**{**config.to_json(), "learning_rate": 0.5})
+        with pytest.raises(ValueError, match="different recipe.*learning_rate"):
+            training.run(other)
+        assert snapshot(config.model_dir) == before
+
+
+class TestDistillation:
+    def test_teacher_from_a_saved_model(self, tmp_path):
         teacher = tf.keras.Sequential([
             tf.keras.Input((28, 28, 1)), tf.keras.layers.Flatten(),
             tf.keras.layers.Dense(10, activation="softmax"),
         ])
         path = str(tmp_path / "teacher.keras")
         teacher.save(path)
-        config = tiny_config(
-            tmp_path, stage="1", distribution_strategy="mirrored", teacher=path, epochs=2
-        )
+        config = tiny_config(tmp_path, stage="1", teacher=path, epochs=2)
         results = training.run(config)
         assert 0.0 <= results[1]["val_top1"] <= 1.0
         assert results[1]["ff_ratio_mean"] >= 0.0
@@ -140,14 +147,6 @@ class TestBadInput:
         with pytest.raises(ValueError, match="another architecture"):
             training.run(config)
         assert not os.path.exists(config.model_dir)
-
-    def test_run_directory_of_another_recipe(self, finished_run):
-        config, _ = finished_run
-        before = snapshot(config.model_dir)
-        other = TrainConfig(**{**config.to_json(), "learning_rate": 0.5})
-        with pytest.raises(ValueError, match="different recipe.*learning_rate"):
-            training.run(other)
-        assert snapshot(config.model_dir) == before
 
     def test_corrupt_checkpoint(self, tmp_path):
         config = tiny_config(tmp_path, stage="1")
@@ -204,7 +203,7 @@ def _cli(model_dir, epochs):
     return [
         sys.executable, "-m", "bnn_keras.train", "--stage=1", f"--epochs={epochs}",
         "--model=reactnet18", "--width_multiplier=0.125", "--batch_size=32",
-        "--steps_per_epoch=20", f"--model_dir={model_dir}",
+        "--steps_per_epoch=8", f"--model_dir={model_dir}",
     ]
 
 
@@ -223,12 +222,12 @@ def test_sigkill_mid_epoch_then_rerun_resumes(tmp_path):
     while not os.path.exists(first) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert os.path.exists(first), proc.stderr.read() if proc.poll() is not None else "timeout"
-    time.sleep(1.0)  # into epoch 2
+    time.sleep(0.3)  # into epoch 2
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(os.path.join(model_dir, "stage1", "result.json"))
     rows_before = _rows(model_dir)
-    assert len(rows_before) == 1
+    assert 1 <= len(rows_before) <= 2  # killed during epoch 2 (or just after it)
 
     resumed = subprocess.run(_cli(model_dir, 3), cwd=REPO, capture_output=True, text=True,
                              timeout=600)
@@ -247,41 +246,3 @@ def test_sigkill_mid_epoch_then_rerun_resumes(tmp_path):
     with open(os.path.join(straight, "stage1", "result.json")) as f:
         reference = json.load(f)
     assert abs(result["val_top1"] - reference["val_top1"]) < 0.15
-
-
-def _free_ports(n):
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
-    """Two worker processes on localhost through TF_CONFIG; only the chief writes."""
-    ports = _free_ports(2)
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
-    model_dir = str(tmp_path / "run")
-    cmd = [
-        sys.executable, "-m", "bnn_keras.train", "--stage=1", "--epochs=2",
-        "--model=reactnet18", "--width_multiplier=0.125", "--batch_size=32",
-        "--steps_per_epoch=2", "--distribution_strategy=multi_worker_mirrored",
-        f"--model_dir={model_dir}",
-    ]
-    procs = []
-    for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        ))
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True))
-    errors = [p.communicate(timeout=600)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
-    with open(os.path.join(model_dir, "stage1", "result.json")) as f:
-        assert json.load(f)["epochs"] == 2
-    with open(os.path.join(model_dir, "stage1", "metrics.csv")) as f:
-        assert len(f.read().strip().splitlines()) == 3
