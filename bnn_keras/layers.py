@@ -9,8 +9,8 @@ per-channel layers:
   Larq Compute Engine converts into a binary convolution.
 - RPReLU: shift, PReLU with one slope per channel, shift.
 
-`RPReLU` computes the PReLU as `relu(x) - alpha * relu(-x)` (which TFLite fuses
-into a single PRELU op) with its slope initialised to 0.25 (PyTorch's `nn.PReLU` default, which the official code
+`RPReLU` computes the PReLU as `tf.where(x >= 0, x, alpha * x)` with its slope
+initialised to 0.25 (PyTorch's `nn.PReLU` default, which the official code
 uses). `tf.keras.layers.PReLU` defaults to a zero slope, which turns each RPReLU
 into a shifted ReLU at initialisation; see `docs/prelu_nan.md` for what that does
 to a binary network.
@@ -106,8 +106,9 @@ class RPReLU(tf.keras.layers.Layer):
     def call(self, inputs):
         dtype = inputs.dtype
         x = inputs + tf.cast(self.shift_in, dtype)
-        # relu(x) - alpha * relu(-x): the form TFLite's converter fuses into one PRELU.
-        x = tf.nn.relu(x) - tf.cast(self.alpha, dtype) * tf.nn.relu(-x)
+        # Three TFLite ops (GREATER_EQUAL, MUL, SELECT); the relu(x) - alpha * relu(-x)
+        # form converts to five, and neither becomes a single PRELU.
+        x = tf.where(x >= 0, x, tf.cast(self.alpha, dtype) * x)
         return x + tf.cast(self.shift_out, dtype)
 
     def get_config(self):
