@@ -381,7 +381,8 @@ def _train_stage(config, stage_no, strategy, info, init_weights, teacher, chief)
             verbose=1 if chief else 0,
         )
     clock.tick()
-    model.compile(metrics=metrics, loss=loss)
+    if teacher is not None:  # the student itself was never compiled
+        model.compile(metrics=metrics, loss=loss)
     evaluation = model.evaluate(val_ds, return_dict=True, verbose=0)
     result = {
         "stage": stage_no,
