@@ -19,12 +19,17 @@ import tensorflow as tf
 from bnn_keras.quantizers import SwitchableQuantizer
 
 __all__ = [
+    "BN_MOMENTUM",
     "SMALL_INPUT_MAX",
     "STAGES",
+    "batch_norm",
     "binary_conv",
+    "check_bn_momentum",
     "classifier_head",
+    "is_small_input",
     "kernel_quantizer_for_stage",
     "make_input",
+    "quiet_constraint_warning",
     "scaled_width",
     "validate_common",
 ]
