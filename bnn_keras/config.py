@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 __all__ = ["TrainConfig", "RECIPE_FIELDS"]
 
@@ -46,7 +47,8 @@ class TrainConfig:
         lr_batch_size: the batch size `learning_rate` refers to; the rate is scaled
             linearly to `batch_size` (0: no scaling).
         optimizer: "adam" or "sgd" (momentum 0.9).
-        weight_decay: L2 coefficient on conv kernels in stage 1.
+        weight_decay: L2 coefficient on conv kernels in stage 1. Negative values
+            push kernels away from zero (the paper's Table 1 tries -1e-5).
         stage2_weight_decay: the same in stage 2 (the paper: 0).
         decoupled_weight_decay: AdamW-style decay instead of L2 in the gradient.
         teacher: knowledge distillation from a saved Keras model (path) or a
@@ -116,8 +118,9 @@ class TrainConfig:
                 f"`learning_rate` must be positive; received: learning_rate={self.learning_rate!r}"
             )
         for name in ("weight_decay", "stage2_weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be >= 0; received: {name}={getattr(self, name)!r}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number; received: {name}={value!r}")
         if not self.width_multiplier > 0:
             raise ValueError(
                 "`width_multiplier` must be positive; "

@@ -27,6 +27,7 @@ e / E)` stepped at the start of every epoch: epoch `e` (from 0) trains with
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 
 import tensorflow as tf
@@ -90,8 +91,14 @@ def _refs(variable) -> set:
 
 
 def _check_decay(value, arg="kernel_decay"):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"`{arg}` must be a number >= 0; received: {arg}={value!r}")
+    # Negative values are allowed on purpose: they push kernels away from zero,
+    # the "-1e-5" row of the paper's Table 1.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+    ):
+        raise ValueError(f"`{arg}` must be a finite number; received: {arg}={value!r}")
     return float(value)
 
 
@@ -118,13 +125,14 @@ class KernelDecay:
 
     Args:
         kernel_decay: the initial coefficient `lambda` (stored in the variable
-            `optimizer.kernel_decay`).
+            `optimizer.kernel_decay`). A negative value pushes kernels away from
+            zero (the paper's Table 1 tries -1e-5).
         decoupled: `True` for the AdamW form.
         **kwargs: the wrapped optimizer's arguments. Its own `weight_decay`
             (decoupled, on every variable) is refused.
 
     Raises:
-        ValueError: a negative `kernel_decay`, or `weight_decay` given.
+        ValueError: a `kernel_decay` that is not a finite number, or `weight_decay` given.
         TypeError: a non-bool `decoupled`.
     """
 

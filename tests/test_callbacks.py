@@ -23,7 +23,7 @@ FIT_CONFIGS = {
 BAD_STAGE_SWITCH_ARGS = [
     ({"epoch": 0}, ValueError, "epoch"),
     ({"epoch": 2.0}, ValueError, "epoch"),
-    ({"epoch": 1, "kernel_decay": -1.0}, ValueError, "kernel_decay"),
+    ({"epoch": 1, "kernel_decay": float("inf")}, ValueError, "kernel_decay"),
     ({"epoch": 1, "reset_optimizer": "yes"}, TypeError, "reset_optimizer"),
     ({"epoch": 1, "listeners": [object()]}, TypeError, "listeners"),
 ]
@@ -456,6 +456,31 @@ class TestSaturation:
         assert history["saturation/bconv1"] == [counts[1] / sizes[1]]
         assert history["saturation"] == [sum(counts) / sum(sizes)]
         assert 0 < history["saturation"][0] < 1
+
+    def test_probes_the_given_model_when_fitting_a_wrapper(self, tiny_bnn, images):
+        # A subclassed wrapper (as a distillation trainer is) has no layer graph to
+        # probe; `model=` names the functional model inside it.
+        class Wrapper(tf.keras.Model):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def call(self, x, training=None):
+                return self.inner(x, training=training)
+
+        x = images[0][:16]
+        wrapper = Wrapper(tiny_bnn)
+        compile_adam(wrapper)
+        direct = callbacks.ActivationSaturation(x, per_layer=False, model=tiny_bnn)
+        history = fit(wrapper, images, [direct], epochs=1).history
+        check = callbacks.ActivationSaturation(x, per_layer=False)
+        check.set_model(tiny_bnn)
+        check.on_train_begin()
+        logs = {}
+        check.on_epoch_end(0, logs)
+        assert history["saturation"] == [logs["saturation"]]
+        with pytest.raises(TypeError, match="model"):
+            callbacks.ActivationSaturation(x, model="tiny")
 
     def test_reactnet_stage1(self):
         # Switchable stage-1 kernels count (the stem does not), and the sign inputs

@@ -17,7 +17,7 @@ BASE_CLASSES = {
 }
 DECAY_CLASSES = tuple(BASE_CLASSES)
 BAD_OPTIMIZER_ARGS = [
-    ({"kernel_decay": -1.0}, ValueError),
+    ({"kernel_decay": float("nan")}, ValueError),
     ({"kernel_decay": "5e-6"}, ValueError),
     ({"decoupled": 1}, TypeError),
     ({"weight_decay": 1e-4}, ValueError),
@@ -174,9 +174,9 @@ class TestDecayInsideFit:
         index = [i for i, v in enumerate(model.trainable_variables) if v is kernel][0]
         np.testing.assert_allclose(after[0][index], before[index] * 0.95**2, rtol=1e-5)
 
-    def test_adam_with_decay_shrinks_conv_kernels_more_than_without(self, images):
+    def test_adam_decay_shrinks_conv_kernels_and_negative_decay_grows_them(self, images):
         norms = {}
-        for decay in (0.0, 0.05):
+        for decay in (-0.05, 0.0, 0.05):
             tf.keras.utils.set_random_seed(3)
             model = make_tiny_bnn()
             opt = optim.KernelDecayAdam(learning_rate=0.01, kernel_decay=decay)
@@ -187,6 +187,7 @@ class TestDecayInsideFit:
                 np.abs(_latent(v).numpy()).sum() for v in optim.conv_kernels(model)
             )
         assert norms[0.05] < 0.9 * norms[0.0]
+        assert norms[-0.05] > 1.1 * norms[0.0]
 
 
 class TestArgumentsAndConfig:

@@ -23,6 +23,7 @@ state), `ratios`, `stage`, `monitors`.
 from bnn_keras.callbacks.monitors import (
     ActivationSaturation,
     LatentWeightHistogram,
+    latent_values,
     plot_latent_distribution,
 )
 from bnn_keras.callbacks.ratios import C2IRatio, FlipFlopRatio
@@ -46,6 +47,7 @@ __all__ = [
     "is_binary_layer",
     "is_sign_input_layer",
     "latent_kernel",
+    "latent_values",
     "plot_latent_distribution",
     "sign_input_layers",
 ]

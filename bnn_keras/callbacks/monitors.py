@@ -27,7 +27,12 @@ from bnn_keras.callbacks.selection import (
     sign_input_layers,
 )
 
-__all__ = ["ActivationSaturation", "LatentWeightHistogram", "plot_latent_distribution"]
+__all__ = [
+    "ActivationSaturation",
+    "LatentWeightHistogram",
+    "latent_values",
+    "plot_latent_distribution",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +80,33 @@ class ActivationSaturation(tf.keras.callbacks.Callback):
         x: the fixed input batch (an array or tensor the model accepts).
         threshold: the clip value of the straight-through gradient.
         per_layer: also log `saturation/<layer name>`.
+        model: the functional model to probe; `None` (default) probes the model
+            being fit. Give the student when fitting a wrapper around it, such as
+            `bnn_keras.distill.Distiller`.
 
     Raises:
         ValueError: a bad `threshold`; (in `fit`) a model without sign inputs.
-        TypeError: a bad `per_layer`.
+        TypeError: a bad `per_layer` or `model`.
 
     References:
         - Liu, Shen et al., ICML 2021, Section 3.2 and Figure 3,
           https://arxiv.org/abs/2106.11309
     """
 
-    def __init__(self, x, *, threshold: float = 1.0, per_layer: bool = True):
+    def __init__(
+        self,
+        x,
+        *,
+        threshold: float = 1.0,
+        per_layer: bool = True,
+        model: tf.keras.Model | None = None,
+    ):
         super().__init__()
+        if model is not None and not isinstance(model, tf.keras.Model):
+            raise TypeError(
+                f"`model` must be a tf.keras.Model or None; received: model={model!r}"
+            )
+        self.probed_model = model
         if x is None:
             raise TypeError(
                 "`x` must be an input batch for the model; received: x=None"
@@ -109,25 +129,26 @@ class ActivationSaturation(tf.keras.callbacks.Callback):
         self._probe_model = None
 
     def on_train_begin(self, logs=None):
-        if self._probe_model is self.model:
+        model = self.probed_model if self.probed_model is not None else self.model
+        if self._probe_model is model:
             return
-        if not self.model.built:
+        if not model.built:
             raise ValueError(
                 "ActivationSaturation needs a built model; received the unbuilt model "
-                f"{self.model.name!r}. Build it first: model.build(input_shape)."
+                f"{model.name!r}. Build it first: model.build(input_shape)."
             )
-        layers = sign_input_layers(self.model)
+        layers = sign_input_layers(model)
         if not layers:
             raise ValueError(
                 "ActivationSaturation needs layers with a 1-bit input_quantizer (a "
-                f"sign function); received model {self.model.name!r}, which has none."
+                f"sign function); received model {model.name!r}, which has none."
             )
         try:
-            probe = tf.keras.Model(self.model.inputs, [layer.input for layer in layers])
+            probe = tf.keras.Model(model.inputs, [layer.input for layer in layers])
         except (AttributeError, ValueError) as e:
             raise ValueError(
                 "ActivationSaturation needs a functional model whose sign layers are "
-                f"reachable from its inputs; received model {self.model.name!r}"
+                f"reachable from its inputs; received model {model.name!r}"
             ) from e
         threshold = self.threshold
 
@@ -143,7 +164,7 @@ class ActivationSaturation(tf.keras.callbacks.Callback):
 
         self._names = [layer.name for layer in layers]
         self._counts = counts
-        self._probe_model = self.model
+        self._probe_model = model
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -157,6 +178,23 @@ class ActivationSaturation(tf.keras.callbacks.Callback):
 
 def _latent_values(layers) -> np.ndarray:
     return np.concatenate([np.ravel(latent_kernel(layer).numpy()) for layer in layers])
+
+
+def latent_values(model: tf.keras.Model) -> np.ndarray:
+    """All latent kernel weights of the model's binary layers, as one flat array.
+
+    Example:
+
+    >>> import larq as lq
+    >>> model = tf.keras.Sequential([tf.keras.Input((4,)),
+    ...     lq.layers.QuantDense(8, kernel_quantizer="ste_sign")])
+    >>> latent_values(model).shape
+    (32,)
+
+    Raises:
+        ValueError: an unbuilt model, or one without binary layers.
+    """
+    return _latent_values(require_binary_layers(model, "latent_values"))
 
 
 def plot_latent_distribution(model: tf.keras.Model, path, *, bins: int = 200) -> str:

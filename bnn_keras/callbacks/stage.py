@@ -23,6 +23,7 @@ the dependency visible.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -98,10 +99,10 @@ class StageSwitch(tf.keras.callbacks.Callback):
         if kernel_decay is not None and (
             isinstance(kernel_decay, bool)
             or not isinstance(kernel_decay, (int, float))
-            or kernel_decay < 0
+            or not math.isfinite(kernel_decay)
         ):
             raise ValueError(
-                "`kernel_decay` must be a number >= 0 or None; received: "
+                "`kernel_decay` must be a finite number or None; received: "
                 f"kernel_decay={kernel_decay!r}"
             )
         if not isinstance(reset_optimizer, bool):
