@@ -15,10 +15,12 @@ The run directory::
     MODEL_DIR/run.json          model name and arguments, stages run
     MODEL_DIR/stage{1,2}/
         checkpoints/            one per epoch: model, optimizer, epoch, C2I reference
-        metrics.csv             per-epoch metrics (appended across resumes)
+        metrics.csv             per-epoch metrics (appended across resumes), with
+                                ff_ratio, c2i, changed_from_init and saturation
         tensorboard/            TensorBoard logs
         model.keras             the final model of the stage
-        result.json             val_top1, val_top5, ff_ratio_mean, c2i, wall_time_s
+        result.json             val_top1, val_top5, ff_ratio_mean, c2i, saturation,
+                                wall_time_s
 
 Everything is checked before anything is written: a bad argument, a missing
 dataset, a stage 2 with nothing to start from or a corrupt checkpoint stop the
@@ -33,6 +35,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 
@@ -49,6 +52,7 @@ __all__ = ["run", "make_strategy", "TrainConfig"]
 log = logging.getLogger(__name__)
 
 OWN_MODELS = ("reactnet_a", "reactnet18")
+SATURATION_BATCH = 64  # validation images the saturation monitor probes
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -291,6 +295,28 @@ def _epoch_means(csv_path: str, key: str) -> list[float]:
         return [float(row[key]) for row in csv.DictReader(f) if row.get(key) not in (None, "")]
 
 
+def _save_model(model: tf.keras.Model, path: str, chief: bool) -> None:
+    """Saves `model` atomically to `path` on the chief.
+
+    Every worker saves: under MultiWorkerMirroredStrategy reading the variables
+    runs collective ops that all workers must join, so a worker that skipped the
+    save would wait in another collective and the run would fail with a shape
+    mismatch. The other workers write into a temporary directory and delete it.
+    """
+    directory = os.path.dirname(path) if chief else tempfile.mkdtemp(prefix="bnn_keras_worker_")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp, overwrite=True)
+        if chief:
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if not chief:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def _train_stage(config, stage_no, strategy, info, init_weights, teacher, chief):
     stage = _Stage(config.model_dir, stage_no)
     steps = _steps_per_epoch(config, info)
@@ -350,8 +376,12 @@ def _train_stage(config, stage_no, strategy, info, init_weights, teacher, chief)
         log.info("Resuming stage %d from %s (epoch %d)", stage_no, latest, int(epoch.numpy()))
     initial_epoch = int(epoch.numpy())
 
+    # The paper's Fig. 3 measure, once per epoch on a fixed validation batch.
+    probe_images = next(iter(val_ds.unbatch().batch(SATURATION_BATCH).take(1)))[0]
+    saturation = bnn_callbacks.ActivationSaturation(probe_images, per_layer=False, model=model)
+
     os.makedirs(stage.dir, exist_ok=True)
-    cbs = [ff, c2i]
+    cbs = [ff, c2i, saturation]
     if chief:
         _keep_csv_rows_before(stage.metrics, initial_epoch)
         cbs += [
@@ -391,17 +421,13 @@ def _train_stage(config, stage_no, strategy, info, init_weights, teacher, chief)
         "val_top5": float(evaluation["top5"]),
         "ff_ratio_mean": float(np.mean(_epoch_means(stage.metrics, "ff_ratio") or [np.nan])),
         "c2i": float((_epoch_means(stage.metrics, "c2i") or [np.nan])[-1]),
+        "saturation": float((_epoch_means(stage.metrics, "saturation") or [np.nan])[-1]),
         "wall_time_s": float(clock.seconds.numpy()),
     }
+    _save_model(model, stage.model, chief)
+    if not chief:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     if chief:
-        fd, tmp = tempfile.mkstemp(dir=stage.dir, prefix=".tmp-", suffix=".keras")
-        os.close(fd)
-        try:
-            model.save(tmp, overwrite=True)
-            os.replace(tmp, stage.model)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         _write_json(stage.result, result)
     log.info(
         "Stage %d done: val top-1 %.4f, top-5 %.4f, mean FF %.3g, C2I %.4f, %.0f s -> %s",

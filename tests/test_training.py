@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,13 +50,17 @@ class TestRun:
             d = os.path.join(config.model_dir, f"stage{stage}")
             with open(os.path.join(d, "result.json")) as f:
                 result = json.load(f)
-            assert set(result) >= {"val_top1", "val_top5", "ff_ratio_mean", "c2i", "wall_time_s"}
+            assert set(result) >= {
+                "val_top1", "val_top5", "ff_ratio_mean", "c2i", "saturation", "wall_time_s"
+            }
             assert 0.0 <= result["val_top1"] <= 1.0
             assert -1.0 <= result["c2i"] <= 1.0
+            assert 0.0 < result["saturation"] < 1.0
             with open(os.path.join(d, "metrics.csv")) as f:
                 rows = f.read().strip().splitlines()
             assert len(rows) == 1 + config.epochs
-            assert "ff_ratio" in rows[0] and "c2i" in rows[0]
+            header = rows[0].split(",")
+            assert {"ff_ratio", "c2i", "changed_from_init", "saturation"} <= set(header)
             assert os.path.exists(os.path.join(d, "model.keras"))
         for name in ("config.json", "dataset.json", "run.json", "flags.cfg"):
             assert os.path.exists(os.path.join(config.model_dir, name))
@@ -246,3 +251,58 @@ def test_sigkill_mid_epoch_then_rerun_resumes(tmp_path):
     with open(os.path.join(straight, "stage1", "result.json")) as f:
         reference = json.load(f)
     assert abs(result["val_top1"] - reference["val_top1"]) < 0.15
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class TestDistributed:
+    """The trainer under tf.distribute: one process with two CPUs, and two workers."""
+
+    def test_mirrored_over_two_logical_cpus(self, tmp_path):
+        config = tiny_config(tmp_path, distribution_strategy="mirrored")
+        results = training.run(config)
+        assert sorted(results) == [1, 2]
+        assert training.make_strategy("mirrored").num_replicas_in_sync == 2
+        for stage in (1, 2):
+            assert 0.0 < results[stage]["ff_ratio_mean"] < 0.5
+            assert -1.0 <= results[stage]["c2i"] <= 1.0
+            assert os.path.exists(os.path.join(config.model_dir, f"stage{stage}", "model.keras"))
+
+    def test_multi_worker_two_processes_through_tf_config(self, tmp_path):
+        cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+        model_dir = str(tmp_path / "run")
+        command = [
+            sys.executable, "-m", "bnn_keras.train", "--stage=all", "--model=reactnet18",
+            "--width_multiplier=0.125", "--batch_size=32", "--steps_per_epoch=2",
+            "--epochs=1", f"--model_dir={model_dir}",
+            "--distribution_strategy=multi_worker_mirrored",
+        ]
+        procs = []
+        for index in range(2):
+            task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            env = dict(os.environ, TF_CONFIG=json.dumps(task))
+            logs = open(tmp_path / f"worker{index}.log", "w")
+            procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=logs,
+                                          stderr=subprocess.STDOUT))
+        try:
+            codes = [p.wait(timeout=600) for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+        assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
+        # Worker 0 is the chief: it alone writes the run directory.
+        for stage in (1, 2):
+            d = os.path.join(model_dir, f"stage{stage}")
+            assert os.path.exists(os.path.join(d, "model.keras"))
+            with open(os.path.join(d, "result.json")) as f:
+                assert 0.0 <= json.load(f)["val_top1"] <= 1.0
+        assert all("Stage 2 done" in log for log in logs)
