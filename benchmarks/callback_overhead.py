@@ -39,24 +39,30 @@ from absl import app, flags
 from bnn_keras import callbacks
 from bnn_keras.models import ReActNetA
 
-__all__ = ["main", "run"]
+__all__ = ["define_flags", "main", "run"]
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer(
-    "steps", 5, "Training steps per timed fit (the first is not counted)."
-)
-flags.DEFINE_integer("repeats", 4, "Interleaved repeats of each configuration.")
-flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_integer("image_size", 32, "Height and width of the inputs.")
-flags.DEFINE_float("width_multiplier", 1.0, "ReActNet-A width multiplier.")
-flags.DEFINE_integer("stage", 1, "ReActNet-A stage (1: switchable kernels, 2: binary).")
-flags.DEFINE_integer(
-    "epoch_steps", 782, "Steps per epoch to spread the epoch-end costs over."
-)
-flags.DEFINE_integer("direct_calls", 20, "Calls of each callback function timed alone.")
-flags.DEFINE_string(
-    "output", "callback_overhead.json", "Where to write the JSON results."
-)
+
+
+def define_flags() -> None:
+    """Defines the command-line flags (only when run as a script: other
+    benchmarks and `bnn_keras.train` use some of the same names)."""
+    flags.DEFINE_integer(
+        "steps", 5, "Training steps per timed fit (the first is not counted)."
+    )
+    flags.DEFINE_integer("repeats", 4, "Interleaved repeats of each configuration.")
+    flags.DEFINE_integer("batch_size", 64, "Batch size.")
+    flags.DEFINE_integer("image_size", 32, "Height and width of the inputs.")
+    flags.DEFINE_float("width_multiplier", 1.0, "ReActNet-A width multiplier.")
+    flags.DEFINE_integer("stage", 1, "ReActNet-A stage (1: switchable kernels, 2: binary).")
+    flags.DEFINE_integer(
+        "epoch_steps", 782, "Steps per epoch to spread the epoch-end costs over."
+    )
+    flags.DEFINE_integer("direct_calls", 20, "Calls of each callback function timed alone.")
+    flags.DEFINE_string(
+        "output", "callback_overhead.json", "Where to write the JSON results."
+    )
+
 
 
 class _StepTimer(tf.keras.callbacks.Callback):
@@ -264,4 +270,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -34,46 +34,31 @@ import time
 from absl import app, flags
 
 import bnn_keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-import larq as lq
 import larq_compute_engine as lce
 import numpy as np
 import tensorflow as tf
 
 from bnn_keras import export
 from bnn_keras.lce_convert import convert_keras_model
-from bnn_keras.models import ReActNetA
-from bnn_keras.models.common import quiet_constraint_warning
+from bnn_keras.models import ReActNetA, float_twin
 from bnn_keras.tflite_inspect import inspect_flatbuffer
 
-__all__ = ["float_twin", "format_table", "host_latency_ms", "main", "run"]
+__all__ = ["define_flags", "format_table", "host_latency_ms", "main", "run"]
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("image_size", 224, "Height and width of the input images.")
-flags.DEFINE_integer("num_classes", 1000, "Classes of the classifier.")
-flags.DEFINE_float("width_multiplier", 1.0, "ReActNet-A width multiplier.")
-flags.DEFINE_integer("runs", 10, "Timed interpreter runs per model and thread count.")
-flags.DEFINE_list("threads", ["1", "2"], "Interpreter thread counts.")
-flags.DEFINE_boolean("lce_converter", False, "Also time larq_compute_engine.convert_keras_model.")
-flags.DEFINE_string("output", "export_size_latency.json", "Where to write the JSON results.")
 
 
-def float_twin(model: tf.keras.Model) -> tf.keras.Model:
-    """The same network and weights with real-valued activations and weights.
+def define_flags() -> None:
+    """Defines the command-line flags (only when run as a script: other
+    benchmarks and `bnn_keras.train` use some of the same names)."""
+    flags.DEFINE_integer("image_size", 224, "Height and width of the input images.")
+    flags.DEFINE_integer("num_classes", 1000, "Classes of the classifier.")
+    flags.DEFINE_float("width_multiplier", 1.0, "ReActNet-A width multiplier.")
+    flags.DEFINE_integer("runs", 10, "Timed interpreter runs per model and thread count.")
+    flags.DEFINE_list("threads", ["1", "2"], "Interpreter thread counts.")
+    flags.DEFINE_boolean("lce_converter", False, "Also time larq_compute_engine.convert_keras_model.")
+    flags.DEFINE_string("output", "export_size_latency.json", "Where to write the JSON results.")
 
-    Every quantizer of every Larq layer is removed and binary convolutions pad
-    with zeros, so the twin is a plain float CNN.
-    """
-
-    def clone(layer):
-        config = layer.get_config()
-        if isinstance(layer, lq.layers.QuantConv2D):
-            config.update(input_quantizer=None, kernel_quantizer=None, pad_values=0.0)
-        return layer.__class__.from_config(config)
-
-    with quiet_constraint_warning():
-        twin = tf.keras.models.clone_model(model, clone_function=clone)
-    twin.set_weights(model.get_weights())
-    return twin
 
 
 def host_latency_ms(flatbuffer: bytes, *, num_threads: int, runs: int) -> dict[str, float]:
@@ -208,4 +193,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -19,11 +19,12 @@ import dataclasses
 import json
 import math
 
-__all__ = ["TrainConfig", "RECIPE_FIELDS"]
+__all__ = ["TrainConfig", "RECIPE_FIELDS", "MIXED_PRECISION"]
 
 STAGE_CHOICES = ("1", "2", "all")
 OPTIMIZERS = ("adam", "sgd")
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+MIXED_PRECISION = ("", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclasses.dataclass
@@ -58,6 +59,8 @@ class TrainConfig:
         distribution_strategy: "default", "mirrored", "multi_worker_mirrored", "tpu".
         seed: seeds Python, NumPy, TensorFlow and the data pipeline.
         jit_compile: compile the train step with XLA.
+        mixed_precision: "" (float32), "mixed_bfloat16" or "mixed_float16": the
+            Keras dtype policy of the models (see docs/benchmarks.md for speed).
         steps_per_epoch: cap on steps per epoch (0: the whole training split).
     """
 
@@ -83,6 +86,7 @@ class TrainConfig:
     seed: int = 0
     jit_compile: bool = False
     steps_per_epoch: int = 0
+    mixed_precision: str = ""
 
     def stages(self) -> tuple[int, ...]:
         """The stages this run trains, in order."""
@@ -103,6 +107,7 @@ class TrainConfig:
         _choice("stage", self.stage, STAGE_CHOICES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("distribution_strategy", self.distribution_strategy, STRATEGIES)
+        _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

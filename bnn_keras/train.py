@@ -21,7 +21,7 @@ import bnn_keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 
 from absl import app, flags, logging
 
-from bnn_keras.config import OPTIMIZERS, STAGE_CHOICES, STRATEGIES, TrainConfig
+from bnn_keras.config import MIXED_PRECISION, OPTIMIZERS, STAGE_CHOICES, STRATEGIES, TrainConfig
 
 __all__ = ["main", "run_main"]
 
@@ -76,6 +76,11 @@ flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed.")
 flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile, "Compile the train step with XLA.")
 flags.DEFINE_integer(
     "steps_per_epoch", _DEFAULTS.steps_per_epoch, "Cap on steps per epoch (0: all)."
+)
+flags.DEFINE_string(
+    "mixed_precision",
+    _DEFAULTS.mixed_precision,
+    f"Keras dtype policy: one of {MIXED_PRECISION} ('': float32).",
 )
 
 FLAGS = flags.FLAGS

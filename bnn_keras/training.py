@@ -470,6 +470,17 @@ def run(config: TrainConfig, *, flagfile: str | None = None) -> dict[int, dict]:
             download), as `bnn_keras.data.DataNotFoundError`.
     """
     config.validate()
+    # The dtype policy is global Keras state: set for the models of this run only.
+    previous_policy = tf.keras.mixed_precision.global_policy()
+    if config.mixed_precision:
+        tf.keras.mixed_precision.set_global_policy(config.mixed_precision)
+    try:
+        return _run(config, flagfile)
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _run(config: TrainConfig, flagfile: str | None) -> dict[int, dict]:
     if config.model not in models.names():
         raise ValueError(
             f"`model` must be one of {models.names()}; received: model={config.model!r}"

@@ -18,11 +18,20 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from bnn_keras.models.float_twin import float_twin
 from bnn_keras.models.reactnet18 import ReActNet18
 from bnn_keras.models.reactnet_a import ReActNetA
 from bnn_keras.models.zoo import ZOO_MODELS, make_switchable, zoo_builder
 
-__all__ = ["ReActNet18", "ReActNetA", "get", "make_switchable", "names", "register"]
+__all__ = [
+    "ReActNet18",
+    "ReActNetA",
+    "float_twin",
+    "get",
+    "make_switchable",
+    "names",
+    "register",
+]
 
 _REGISTRY: dict[str, Callable[..., tf.keras.Model]] = {
     "reactnet_a": ReActNetA,
