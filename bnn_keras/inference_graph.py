@@ -1,8 +1,8 @@
 """The inference graph of a binary network, and whether LCE made it binary.
 
 Why the graph is rebuilt: a model of the two-stage schedule has
-`SwitchableQuantizer` kernels, a `tf.where` on a boolean variable around the
-binary quantizer. Frozen for conversion, that is a select between the latent
+`SwitchableQuantizer` kernels, a `tf.cond` on a boolean variable around the
+binary quantizer. Frozen for conversion, that is a branch between the latent
 float kernel and `alpha * sign(W)`, and LCE's converter is not guaranteed to
 fold it before it looks for the `sign -> conv` pattern of a binary convolution.
 `inference_model` therefore clones the model from its config with every switch

@@ -196,7 +196,11 @@ class SwitchableQuantizer(lq.quantizers.Quantizer):
         self._binarize.assign(bool(binarize))
 
     def call(self, inputs):
-        return tf.where(self._binarize, self.quantizer(inputs), inputs)
+        # A cond, not a where: in stage 1 the sign and its gradient are not
+        # computed at all (a where evaluated both branches on every kernel).
+        return tf.cond(
+            self._binarize, lambda: self.quantizer(inputs), lambda: tf.identity(inputs)
+        )
 
     def get_config(self):
         return {
