@@ -78,7 +78,10 @@ def main(argv):
             )
         except (ValueError, RunFailedError) as e:
             return _error(str(e))
-    command = "python -m bnn_keras.experiments " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    # The command that trains the runs and writes this report (with finished runs
+    # it only writes the report), so --report_only is left out.
+    args = [a for a in sys.argv[1:] if a not in ("--report_only", "--report_only=true")]
+    command = "python -m bnn_keras.experiments " + " ".join(shlex.quote(a) for a in args)
     try:
         path = write_report(experiment, root, report_dir, command=command, runs=runs)
     except ValueError as e:

@@ -7,7 +7,9 @@ report next to each verdict, so that a rerun on other data or more seeds
 judges by the same rules:
 
 1. Weight decay: FF-ratio rises and C2I falls with the decay of one-step Adam
-   runs, judged by the Spearman rank correlation over the sweep (|rho| >= 0.8).
+   runs, judged by the Spearman rank correlation (|rho| >= 0.8) over the whole
+   sweep and over the paper's decays (-1e-5 to 1e-5), where the FF span must
+   also exceed four seed standard deviations; one of the two gives "partly".
 2. Adam beats SGD, one and two steps: "reproduces" when every Adam seed beats
    every SGD seed; "direction only" when the means agree but the seeds overlap.
    Saturation (Fig. 3) is compared the same way (Adam lower).
@@ -41,6 +43,7 @@ ONE_STEP_ADAM = "adam_1step_wd5e-6"
 ONE_STEP_SGD = "sgd_1step_wd5e-6"
 TWO_STEP_SGD = "sgd_2step_wd5e-6"
 RHO = 0.8
+NOISE_FACTOR = 4
 
 
 def _spearman(x, y) -> float:
@@ -109,19 +112,35 @@ def verdicts(summaries: dict[str, SchemeSummary], latent: dict[str, np.ndarray])
         inside = [i for i, d in enumerate(decays) if -1e-5 <= d <= 1e-5]
         rho_ff_in = _spearman([decays[i] for i in inside], [ff[i] for i in inside])
         rho_c2i_in = _spearman([decays[i] for i in inside], [c2i[i] for i in inside])
-        holds = [rho_ff >= RHO, rho_c2i <= -RHO]
-        state = "reproduces" if all(holds) else "partly" if any(holds) else "does not reproduce"
+        whole = rho_ff >= RHO and rho_c2i <= -RHO
+        # Within the paper's decays, is the FF trend larger than the seed noise?
+        noise = max((s.std("ff_ratio_mean") for s in sweep), default=0.0)
+        span = max(ff[i] for i in inside) - min(ff[i] for i in inside) if inside else 0.0
+        in_range = rho_ff_in >= RHO and rho_c2i_in <= -RHO and span > NOISE_FACTOR * noise
+        if whole and in_range:
+            state = "reproduces"
+        elif whole or in_range:
+            state = "partly"
+        else:
+            state = "does not reproduce"
         out.append(
             dict(
                 claim="1. FF-ratio rises and C2I falls with weight decay",
                 state=state,
                 numbers=(
-                    f"over the whole sweep ({format_decay(min(decays))} to {format_decay(max(decays))}, "
-                    f"{len(sweep)} decays): Spearman rho(decay, FF) = {rho_ff:+.2f}, "
-                    f"rho(decay, C2I) = {rho_c2i:+.2f}; over the paper's range "
-                    f"(-1e-5 to 1e-5): {rho_ff_in:+.2f} and {rho_c2i_in:+.2f}"
+                    f"over the whole sweep ({format_decay(min(decays))} to "
+                    f"{format_decay(max(decays))}, {len(sweep)} decays): Spearman "
+                    f"rho(decay, FF) = {rho_ff:+.2f}, rho(decay, C2I) = {rho_c2i:+.2f}, FF "
+                    f"from {min(ff):.3g} to {max(ff):.3g}; over the paper's range (-1e-5 to "
+                    f"1e-5): {rho_ff_in:+.2f} and {rho_c2i_in:+.2f}, FF spanning {span:.2g} "
+                    f"against a seed standard deviation of {noise:.2g} (the paper: "
+                    "1.07e-7 to 2.33e-3)"
                 ),
-                rule=f"rho(FF) >= {RHO} and rho(C2I) <= -{RHO} over the sweep",
+                rule=(
+                    f"rho(FF) >= {RHO} and rho(C2I) <= -{RHO} over the whole sweep and over "
+                    f"the paper's range, where the FF span must also exceed {NOISE_FACTOR}x "
+                    "the seed standard deviation; one of the two: partly"
+                ),
             )
         )
     pairs = [(ONE_STEP_ADAM, ONE_STEP_SGD, "one step"), (TWO_STEP_ADAM, TWO_STEP_SGD, "two steps")]
@@ -379,8 +398,8 @@ def _markdown(experiment, summaries, claims, figures, command, report_dir) -> st
         "",
         f"{experiment.description} Data: `{config['dataset']}`; model: `{config['model']}` "
         f"(width {config['width_multiplier']}); {config['epochs']} epochs per stage at batch "
-        f"{config['batch_size']}; {len(records)} runs, {wall / 60:.0f} min of training in "
-        f"total, on {platform.machine()} with {os.cpu_count()} cores. FF-ratio, C2I and "
+        f"{config['batch_size']}; {len(records)} runs, {wall / 60:.0f} min of training "
+        f"summed over the runs (they run two at a time), on {platform.machine()} with {os.cpu_count()} cores. FF-ratio, C2I and "
         "saturation are the values `bnn_keras.callbacks` logged during training. For "
         "two-step runs they describe stage 2, with C2I measured against the weights "
         "stage 2 started from; one-step runs train binary weights from random ones. Each "
