@@ -22,7 +22,6 @@ measure is reported next to it.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -35,6 +34,8 @@ import bnn_keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+
+from benchmarks import publish
 
 from bnn_keras import callbacks
 from bnn_keras.models import ReActNetA
@@ -263,10 +264,7 @@ def main(argv):
         epoch_steps=FLAGS.epoch_steps,
         direct_calls=FLAGS.direct_calls,
     )
-    with open(FLAGS.output, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-    print(format_table(result))
-    print(f"wrote {FLAGS.output}")
+    publish(result, format_table(result), FLAGS.output)
 
 
 if __name__ == "__main__":

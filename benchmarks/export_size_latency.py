@@ -25,13 +25,14 @@ LCE's optimized binary kernels are for ARM (aarch64): measure there with
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
 import time
 
 from absl import app, flags
+
+from benchmarks import publish
 
 import bnn_keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 import larq_compute_engine as lce
@@ -186,10 +187,7 @@ def main(argv):
         threads=[int(t) for t in FLAGS.threads],
         lce_converter=FLAGS.lce_converter,
     )
-    with open(FLAGS.output, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-    print(format_table(result))
-    print(f"wrote {FLAGS.output}")
+    publish(result, format_table(result), FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ median over rounds.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
@@ -39,6 +38,8 @@ import bnn_keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+
+from benchmarks import publish
 
 from benchmarks import common
 from bnn_keras import data
@@ -271,10 +272,7 @@ def main(argv):
         repeats=FLAGS.repeats,
         model=FLAGS.model,
     )
-    with open(FLAGS.output, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-    print(format_table(result))
-    print(f"wrote {FLAGS.output}")
+    publish(result, format_table(result), FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ time and the paired ratio to float32 (min and median over rounds).
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -35,6 +34,8 @@ import bnn_keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+
+from benchmarks import publish
 
 from benchmarks import common
 from bnn_keras import callbacks
@@ -209,10 +210,7 @@ def main(argv):
         repeats=FLAGS.repeats,
         model=FLAGS.model,
     )
-    with open(FLAGS.output, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-    print(format_table(result))
-    print(f"wrote {FLAGS.output}")
+    publish(result, format_table(result), FLAGS.output)
 
 
 if __name__ == "__main__":

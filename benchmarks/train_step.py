@@ -30,7 +30,6 @@ Goals: a binary step at most 1.10x the float twin's; the callbacks at most 3%
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 
@@ -40,6 +39,8 @@ import bnn_keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 # isort: on
 import tensorflow as tf
 from absl import app, flags
+
+from benchmarks import publish
 
 from benchmarks import common
 
@@ -222,10 +223,7 @@ def main(argv):
         model=FLAGS.model,
         num_classes=FLAGS.num_classes,
     )
-    with open(FLAGS.output, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-    print(format_table(result))
-    print(f"wrote {FLAGS.output}")
+    publish(result, format_table(result), FLAGS.output)
 
 
 if __name__ == "__main__":
