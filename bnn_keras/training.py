@@ -55,10 +55,30 @@ OWN_MODELS = ("reactnet_a", "reactnet18")
 SATURATION_BATCH = 64  # validation images the saturation monitor probes
 
 
+# One strategy of each kind per process. Every new MirroredStrategy numbers its
+# collective ops from the same keys, and TensorFlow remembers the shape of each
+# key: a second strategy in one process (a second `run` in a notebook, or a
+# test after another) fails with "Shape mismatch in the collective instance".
+_STRATEGIES: dict[str, tf.distribute.Strategy] = {}
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The `tf.distribute` strategy called `name` (see `TrainConfig`)."""
+    """The `tf.distribute` strategy called `name` (see `TrainConfig`).
+
+    The same object is returned every time for a name other than "default", so
+    that repeated runs in one process share their collective-op keys.
+
+    >>> make_strategy("mirrored") is make_strategy("mirrored")
+    True
+    """
     if name == "default":
         return tf.distribute.get_strategy()
+    if name not in _STRATEGIES:
+        _STRATEGIES[name] = _new_strategy(name)
+    return _STRATEGIES[name]
+
+
+def _new_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker_mirrored":

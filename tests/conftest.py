@@ -21,8 +21,16 @@ def _fresh_keras_state():
 
 @pytest.fixture
 def mirrored_strategy():
-    """A MirroredStrategy over the two logical CPUs configured above."""
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    """The MirroredStrategy over the two logical CPUs configured above.
+
+    The trainer's own: one MirroredStrategy per process, because a second one
+    reuses the first's collective-op keys (see `training.make_strategy`).
+    """
+    from bnn_keras.training import make_strategy
+
+    strategy = make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    return strategy
 
 
 def make_tiny_bnn(num_classes=4, input_shape=(8, 8, 1), kernel_quantizer="ste_sign"):

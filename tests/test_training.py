@@ -275,6 +275,12 @@ class TestDistributed:
             assert 0.0 < results[stage]["ff_ratio_mean"] < 0.5
             assert -1.0 <= results[stage]["c2i"] <= 1.0
             assert os.path.exists(os.path.join(config.model_dir, f"stage{stage}", "model.keras"))
+        # A second run in the same process, with other shapes: a new strategy per
+        # run failed here with "Shape mismatch in the collective instance".
+        other = TrainConfig(**{**TINY, "width_multiplier": 0.25, "stage": "1", "epochs": 2,
+                               "model_dir": str(tmp_path / "other"),
+                               "distribution_strategy": "mirrored"})
+        assert 0.0 <= training.run(other)[1]["val_top1"] <= 1.0
 
     def test_multi_worker_two_processes_through_tf_config(self, tmp_path):
         cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
