@@ -396,8 +396,18 @@ def _train_stage(config, stage_no, strategy, info, init_weights, teacher, chief)
         log.info("Resuming stage %d from %s (epoch %d)", stage_no, latest, int(epoch.numpy()))
     initial_epoch = int(epoch.numpy())
 
-    # The paper's Fig. 3 measure, once per epoch on a fixed validation batch.
-    probe_images = next(iter(val_ds.unbatch().batch(SATURATION_BATCH).take(1)))[0]
+    # The paper's Fig. 3 measure, once per epoch on a fixed validation batch,
+    # read from an uncached copy: a partial read of a cached dataset makes
+    # TensorFlow warn and drop the partial cache.
+    probe_ds = data.make_dataset(
+        config.dataset,
+        "validation",
+        batch_size=SATURATION_BATCH,
+        data_dir=config.data_dir or None,
+        image_size=config.image_size or None,
+        cache=False,
+    )
+    probe_images = next(iter(probe_ds.take(1)))[0]
     saturation = bnn_callbacks.ActivationSaturation(probe_images, per_layer=False, model=model)
 
     os.makedirs(stage.dir, exist_ok=True)
