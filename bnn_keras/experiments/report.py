@@ -57,9 +57,8 @@ def _spearman(x, y) -> float:
 def _compare(better: SchemeSummary, worse: SchemeSummary, key: str, higher=True):
     """('reproduces' | 'direction only' | 'does not reproduce', text)."""
     b, w = better.values(key), worse.values(key)
-    sign = 1.0 if higher else -1.0
-    diff = sign * (b.mean() - w.mean())
-    separated = sign * (b.min() - w.max()) > 0 if higher else sign * (b.max() - w.min()) > 0
+    diff = b.mean() - w.mean() if higher else w.mean() - b.mean()
+    separated = b.min() > w.max() if higher else b.max() < w.min()
     if diff > 0 and separated:
         state = "reproduces"
     elif diff > 0:
@@ -163,9 +162,8 @@ def verdicts(summaries: dict[str, SchemeSummary], latent: dict[str, np.ndarray])
                 rule="every Adam seed beats every SGD seed (else: direction only, or not)",
             )
         )
-    one_step = [s for s in sweep if s.scheme != TWO_STEP_ADAM]
-    if TWO_STEP_ADAM in summaries and one_step:
-        best = max(one_step, key=lambda s: s.mean("val_top1"))
+    if TWO_STEP_ADAM in summaries and sweep:
+        best = max(sweep, key=lambda s: s.mean("val_top1"))
         state, text = _compare(summaries[TWO_STEP_ADAM], best, "val_top1")
         out.append(
             dict(
